@@ -1,0 +1,125 @@
+package stack
+
+import (
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/internals"
+
+	"github.com/melody-flow/infra/internal/mocks"
+)
+
+// projectRoot is the repository root, where Pulumi.yaml and static/ are.
+func projectRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// prodConfig is the prod stack's config as the CLI would pass it, with overrides
+// (project keys without the namespace, e.g. "domain").
+func prodConfig(t *testing.T, overrides map[string]string) map[string]string {
+	t.Helper()
+	config, err := ReadStackConfig(projectRoot(t), "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range overrides {
+		config[fullKey(ConfigNamespace, k)] = v
+	}
+	return config
+}
+
+// deployment is one run of the program under the mocks.
+type deployment struct {
+	*mocks.Recorder
+	outputs map[string]awaited
+}
+
+type awaited struct {
+	value  any
+	secret bool
+	known  bool
+}
+
+// runStack runs the real program against the mocks from the project root, with the prod
+// config and the given overrides, and awaits its outputs.
+func runStack(t *testing.T, overrides map[string]string) *deployment {
+	t.Helper()
+	d, err := tryStack(t, overrides)
+	if err != nil {
+		t.Fatalf("program failed: %v", err)
+	}
+	return d
+}
+
+var chdirOnce sync.Mutex
+
+func tryStack(t *testing.T, overrides map[string]string) (*deployment, error) {
+	t.Helper()
+	chdirOnce.Lock()
+	defer chdirOnce.Unlock()
+	t.Chdir(projectRoot(t))
+	d := &deployment{outputs: map[string]awaited{}}
+	var err error
+	d.Recorder, err = mocks.Run("melody-flow", "prod", prodConfig(t, overrides), func(ctx *pulumi.Context) error {
+		cfg, err := LoadConfig(ctx)
+		if err != nil {
+			return err
+		}
+		outputs, err := Deploy(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for name, out := range outputs.Exports() {
+			r, err := internals.UnsafeAwaitOutput(ctx.Context(), out)
+			if err != nil {
+				return err
+			}
+			d.outputs[name] = awaited{value: r.Value, secret: r.Secret, known: r.Known}
+			ctx.Export(name, out)
+		}
+		return nil
+	})
+	return d, err
+}
+
+// must returns the resource of the given type and name or fails the test.
+func (d *deployment) must(t *testing.T, typ, name string) *mocks.Resource {
+	t.Helper()
+	r := d.Find(typ, name)
+	if r == nil {
+		t.Fatalf("no %s named %q was registered", typ, name)
+	}
+	return r
+}
+
+// input returns a resource input as a plain Go value (secrets unwrapped).
+func input(r *mocks.Resource, key string) any {
+	v, ok := r.Inputs[resource.PropertyKey(key)]
+	if !ok {
+		return nil
+	}
+	return plain(v)
+}
+
+func plain(v resource.PropertyValue) any {
+	switch {
+	case v.IsSecret():
+		return plain(v.SecretValue().Element)
+	case v.IsComputed() || v.IsOutput():
+		if v.IsOutput() && v.OutputValue().Known {
+			return plain(v.OutputValue().Element)
+		}
+		return nil
+	case v.IsAsset():
+		return v.AssetValue().Path
+	case v.IsArchive():
+		return v.ArchiveValue().Path
+	}
+	return v.Mappable()
+}
