@@ -297,8 +297,12 @@ func (p *parser) email(key string) string {
 	if !ok {
 		return ""
 	}
+	if v == "" {
+		p.fail(key, "must be set: Let's Encrypt registers the account under this address")
+		return v
+	}
 	addr, err := mail.ParseAddress(v)
-	if v == "" || err != nil || addr.Address != v || !strings.Contains(v[strings.LastIndex(v, "@")+1:], ".") {
+	if err != nil || addr.Address != v || !strings.Contains(v[strings.LastIndex(v, "@")+1:], ".") {
 		p.fail(key, "%q is not an e-mail address such as \"ops@melody-flow.click\"", v)
 	}
 	return v

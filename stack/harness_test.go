@@ -3,12 +3,9 @@ package stack
 import (
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
-	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
-	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/internals"
 
 	"github.com/melody-flow/infra/internal/mocks"
 )
@@ -37,17 +34,11 @@ func prodConfig(t *testing.T, overrides map[string]string) map[string]string {
 // deployment is one run of the program under the mocks.
 type deployment struct {
 	*mocks.Recorder
-	outputs map[string]awaited
-}
-
-type awaited struct {
-	value  any
-	secret bool
-	known  bool
+	outputs map[string]OutputValue
 }
 
 // runStack runs the real program against the mocks from the project root, with the prod
-// config and the given overrides, and awaits its outputs.
+// config and the given overrides.
 func runStack(t *testing.T, overrides map[string]string) *deployment {
 	t.Helper()
 	d, err := tryStack(t, overrides)
@@ -57,35 +48,11 @@ func runStack(t *testing.T, overrides map[string]string) *deployment {
 	return d
 }
 
-var chdirOnce sync.Mutex
-
 func tryStack(t *testing.T, overrides map[string]string) (*deployment, error) {
 	t.Helper()
-	chdirOnce.Lock()
-	defer chdirOnce.Unlock()
 	t.Chdir(projectRoot(t))
-	d := &deployment{outputs: map[string]awaited{}}
-	var err error
-	d.Recorder, err = mocks.Run("melody-flow", "prod", prodConfig(t, overrides), func(ctx *pulumi.Context) error {
-		cfg, err := LoadConfig(ctx)
-		if err != nil {
-			return err
-		}
-		outputs, err := Deploy(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		for name, out := range outputs.Exports() {
-			r, err := internals.UnsafeAwaitOutput(ctx.Context(), out)
-			if err != nil {
-				return err
-			}
-			d.outputs[name] = awaited{value: r.Value, secret: r.Secret, known: r.Known}
-			ctx.Export(name, out)
-		}
-		return nil
-	})
-	return d, err
+	rec, outputs, err := RunOffline("prod", prodConfig(t, overrides))
+	return &deployment{Recorder: rec, outputs: outputs}, err
 }
 
 // must returns the resource of the given type and name or fails the test.
