@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -222,14 +221,10 @@ func RenderHostFiles(cfg Config) (HostFiles, error) {
 	if err != nil {
 		return HostFiles{}, fmt.Errorf("rendering the HTTPS nginx config: %w", err)
 	}
-	origins := make([]string, 0, 2)
-	for _, d := range cfg.SiteDomains() {
-		origins = append(origins, "https://"+d)
-	}
 	params := userdata.Params{
 		AppDir:         AppDir,
 		APIDomain:      cfg.APIDomain(),
-		FrontendOrigin: strings.Join(origins, ","),
+		FrontendOrigin: "https://" + cfg.Domain,
 		APIImage:       cfg.APIImage,
 		APIGitURL:      cfg.APIGitURL,
 		APIGitRef:      cfg.APIGitRef,

@@ -36,6 +36,7 @@ var ZoneNameServers = []string{
 // Resource is one registered resource as the engine saw it.
 type Resource struct {
 	URN          string
+	ID           string
 	Type         string
 	Name         string
 	Parent       string // URN
@@ -186,7 +187,7 @@ func (r *Recorder) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 	res.URN = r.urn(res.Parent, res.Type, res.Name)
 
 	id, outputs := r.simulate(res)
-	res.Outputs = outputs
+	res.ID, res.Outputs = id, outputs
 
 	r.mu.Lock()
 	r.resources = append(r.resources, res)
