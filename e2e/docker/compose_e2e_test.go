@@ -61,7 +61,10 @@ func TestComposeStack(t *testing.T) {
 	})
 
 	d := newDockerd(t, tmp)
-	t.Cleanup(func() { d.stop(t) })
+	t.Cleanup(func() {
+		start := time.Now()
+		ph.record("teardown: dockerd stop, no mounts left", start, d.stop(t))
+	})
 	ph.run(fmt.Sprintf("dockerd start (%s, data root %s)", d.driver, d.dataRoot), func() error { return d.start(t) })
 	ph.run("remove containers, networks, volumes left by an earlier run", func() error { return purge(ctx, d) })
 
@@ -114,9 +117,14 @@ func TestComposeStack(t *testing.T) {
 		if t.Failed() {
 			s.dumpLogs(ctx, acme)
 		}
-		if _, err := s.composeRun(ctx, "down", "--volumes", "--remove-orphans", "--timeout", "10"); err != nil {
-			t.Logf("teardown: compose down: %v", err)
+		start := time.Now()
+		_, err := s.composeRun(ctx, "down", "--volumes", "--remove-orphans", "--timeout", "10")
+		if err == nil {
+			if out, _ := run(ctx, "", s.dockerEnv(), "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
+				err = fmt.Errorf("containers left after compose down: %s", strings.Fields(out))
+			}
 		}
+		ph.record("teardown: compose down --volumes, no container left", start, err)
 	})
 
 	// The remote chain, steps 3-6, each exactly as its remote command runs it.
@@ -134,20 +142,23 @@ func TestComposeStack(t *testing.T) {
 		if !containsString(first.DNSNames, apiDomain) {
 			return fmt.Errorf("served certificate is for %v, not %s", first.DNSNames, apiDomain)
 		}
-		// pebble really validated HTTP-01 against nginx (PEBBLE_VA_ALWAYS_VALID=0) ...
+		// pebble really validated HTTP-01 against nginx (PEBBLE_VA_ALWAYS_VALID=0), and nginx
+		// served that very token from the webroot certbot wrote into.
 		peb, _ := os.ReadFile(acme.pebble.log)
-		if !regexp.MustCompile(`(?i)http-01.*`+regexp.QuoteMeta(apiDomain)).Match(peb) &&
-			!strings.Contains(string(peb), "/.well-known/acme-challenge/") {
+		m := regexp.MustCompile(`Attempting to validate w/ HTTP: http://` + regexp.QuoteMeta(apiDomain) +
+			`(?::80)?/\.well-known/acme-challenge/([A-Za-z0-9_-]+)`).FindSubmatch(peb)
+		if m == nil {
 			return fmt.Errorf("pebble's log shows no HTTP-01 validation of %s:\n%s", apiDomain, tail(string(peb), 30))
 		}
-		// ... and nginx served the token from the webroot certbot wrote into.
+		token := string(m[1])
 		logs, err := s.composeRun(ctx, "logs", "--no-color", "nginx")
 		if err != nil {
 			return err
 		}
-		if !regexp.MustCompile(`"GET /\.well-known/acme-challenge/[A-Za-z0-9_-]{20,} HTTP/1\.[01]" 200 `).MatchString(logs) {
-			return fmt.Errorf("nginx's access log shows no challenge token served with 200:\n%s", tail(logs, 30))
+		if !regexp.MustCompile(`"GET /\.well-known/acme-challenge/` + regexp.QuoteMeta(token) + ` HTTP/1\.[01]" 200 `).MatchString(logs) {
+			return fmt.Errorf("nginx's access log does not show token %s served with 200:\n%s", token, tail(logs, 30))
 		}
+		t.Logf("pebble validated token %s, served by nginx from the shared webroot", token)
 		t.Logf("issued by %q, serial %s, for %v", first.Issuer.CommonName, first.SerialNumber.Text(16), first.DNSNames)
 		return nil
 	})
@@ -161,6 +172,10 @@ func TestComposeStack(t *testing.T) {
 	})
 	ph.run("assert: GPU reservation reached the engine (nvidia prestart hook ran for api)", func() error {
 		return s.checkGPU(ctx)
+	})
+
+	ph.run("assert: the api healthcheck (as compose configured it) passes", func() error {
+		return s.checkHealthcheck(ctx)
 	})
 
 	ph.run("second run of steps 3-6 (must not issue a new certificate)", func() error {
@@ -207,7 +222,9 @@ func TestComposeStack(t *testing.T) {
 	// containers itself, not "by hand") and starts again; the restart policies alone must bring
 	// the stack back, serving the same certificate, without any script.
 	ph.run("reboot drill: dockerd stop (stops all containers)", func() error {
-		d.stop(t)
+		if err := d.stop(t); err != nil {
+			return err
+		}
 		if _, err := client.Get("https://" + apiDomain + healthPath); err == nil {
 			return fmt.Errorf("HTTPS still answers with dockerd stopped")
 		}
@@ -240,7 +257,9 @@ func TestComposeStack(t *testing.T) {
 		if _, err := s.composeRun(ctx, "stop"); err != nil {
 			return err
 		}
-		d.stop(t)
+		if err := d.stop(t); err != nil {
+			return err
+		}
 		if err := d.start(t); err != nil {
 			return err
 		}
@@ -544,6 +563,41 @@ func (s *stack) checkGPU(ctx context.Context) error {
 	hook, err := os.ReadFile(s.d.hookLog)
 	if err != nil || !strings.Contains(string(hook), "prestart") {
 		return fmt.Errorf("the NVIDIA prestart hook did not run (%v): %q", err, hook)
+	}
+	return nil
+}
+
+// checkHealthcheck runs the api container's healthcheck command, as compose handed it to the
+// engine (API_HEALTH_PATH interpolated from .env), inside the container. The engine's own first
+// check comes only after the 30 s interval.
+func (s *stack) checkHealthcheck(ctx context.Context) error {
+	out, err := s.composeRun(ctx, "ps", "-q", "api")
+	if err != nil {
+		return err
+	}
+	id := strings.TrimSpace(out)
+	insp, err := run(ctx, "", s.dockerEnv(), "docker", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", id)
+	if err != nil {
+		return err
+	}
+	var test []string
+	if err := json.Unmarshal([]byte(strings.TrimSpace(insp)), &test); err != nil || len(test) < 2 {
+		return fmt.Errorf("api healthcheck %q: %v", insp, err)
+	}
+	var argv []string
+	switch test[0] {
+	case "CMD":
+		argv = test[1:]
+	case "CMD-SHELL":
+		argv = []string{"/bin/sh", "-c", test[1]}
+	default:
+		return fmt.Errorf("api healthcheck %q: unexpected form", insp)
+	}
+	if !strings.Contains(strings.Join(argv, " "), healthPath) {
+		return fmt.Errorf("api healthcheck %q does not check %s (API_HEALTH_PATH from .env)", argv, healthPath)
+	}
+	if _, err := run(ctx, "", s.dockerEnv(), "docker", append([]string{"exec", id}, argv...)...); err != nil {
+		return fmt.Errorf("api healthcheck failed: %w", err)
 	}
 	return nil
 }

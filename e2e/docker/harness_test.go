@@ -36,7 +36,7 @@ const hostAddr = "10.200.0.1"
 type phases struct {
 	t    *testing.T
 	mu   sync.Mutex
-	rows []string
+	rows []phaseRow
 }
 
 func newPhases(t *testing.T) *phases {
@@ -44,9 +44,38 @@ func newPhases(t *testing.T) *phases {
 	t.Cleanup(func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		t.Logf("phase timings:\n  %s", strings.Join(p.rows, "\n  "))
+		width := 0
+		for _, r := range p.rows {
+			width = max(width, len(r.name))
+		}
+		var b strings.Builder
+		var total time.Duration
+		for _, r := range p.rows {
+			fmt.Fprintf(&b, "\n  %-*s %9s  %s", width, r.name, r.d, r.status)
+			total += r.d
+		}
+		fmt.Fprintf(&b, "\n  %-*s %9s", width, "total", total.Round(time.Millisecond))
+		t.Logf("phase timings:%s", b.String())
 	})
 	return p
+}
+
+type phaseRow struct {
+	name, status string
+	d            time.Duration
+}
+
+// record adds a row without failing the test (teardown steps).
+func (p *phases) record(name string, start time.Time, err error) {
+	d := time.Since(start).Round(time.Millisecond)
+	status := "ok"
+	if err != nil {
+		status = "FAILED: " + strings.SplitN(err.Error(), "\n", 2)[0]
+		p.t.Errorf("%s: %v", name, err)
+	}
+	p.mu.Lock()
+	p.rows = append(p.rows, phaseRow{name, status, d})
+	p.mu.Unlock()
 }
 
 // run times fn as one phase; a failing fn ends the test.
@@ -60,7 +89,7 @@ func (p *phases) run(name string, fn func() error) {
 		status = "FAILED"
 	}
 	p.mu.Lock()
-	p.rows = append(p.rows, fmt.Sprintf("%-48s %9s  %s", name, d, status))
+	p.rows = append(p.rows, phaseRow{name, status, d})
 	p.mu.Unlock()
 	p.t.Logf("phase %q: %s (%s)", name, d, status)
 	if err != nil {
@@ -161,19 +190,21 @@ func (p *process) running() bool {
 	}
 }
 
-// stop sends SIGTERM to the process group, then SIGKILL after the timeout.
+// stop sends SIGTERM to the process alone (as systemd's KillMode=process does for dockerd: it
+// stops its containers and its containerd itself), SIGKILL to its whole process group after the
+// timeout, and SIGKILL to whatever is left in the group once it has exited.
 func (p *process) stop(t *testing.T, timeout time.Duration) {
-	if !p.running() {
-		return
+	if p.running() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(timeout):
+			t.Logf("%s did not stop within %s after SIGTERM: SIGKILL", p.name, timeout)
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Logf("%s did not stop within %s after SIGTERM: SIGKILL", p.name, timeout)
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,16 +316,20 @@ func (d *dockerd) start(t *testing.T) error {
 
 // stop shuts dockerd down the way a host shutdown does (SIGTERM: it stops the containers
 // itself, without marking them stopped by hand), then checks that none of its mounts is left.
-func (d *dockerd) stop(t *testing.T) {
+func (d *dockerd) stop(t *testing.T) error {
 	t.Helper()
 	if d.proc == nil || !d.proc.running() {
-		return
+		return nil
 	}
 	d.proc.stop(t, 60*time.Second)
-	for _, m := range mountsUnder(d.dataRoot, d.execRoot) {
-		t.Logf("unmounting %s left by dockerd", m)
+	left := mountsUnder(d.dataRoot, d.execRoot)
+	for _, m := range left {
 		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}
+	if len(left) > 0 {
+		return fmt.Errorf("dockerd left %d mount(s), unmounted now: %s", len(left), strings.Join(left, " "))
+	}
+	return nil
 }
 
 // mountsUnder lists the mount points below the given folders (deepest first).
