@@ -139,3 +139,9 @@ func TestBucketPolicyIsValidJSON(t *testing.T) {
 		t.Errorf("policy %s, %v", p, err)
 	}
 }
+
+func TestShellWordsQuotesEveryPath(t *testing.T) {
+	if got := shellWords([]string{"/", "/it's.html"}); got != `'/' '/it'\''s.html'` {
+		t.Errorf("got %s", got)
+	}
+}

@@ -178,7 +178,7 @@ func NewSite(ctx *pulumi.Context, name string, args *SiteArgs, opts ...pulumi.Re
 	paths := InvalidationPaths(args.Files)
 	if _, err := local.NewCommand(ctx, "invalidate-site", &local.CommandArgs{
 		Create: pulumi.String(`aws cloudfront create-invalidation --distribution-id "$DISTRIBUTION_ID" --query Invalidation.Id --output text --paths ` +
-			"'" + strings.Join(paths, "' '") + "'"),
+			shellWords(paths)),
 		Environment: pulumi.StringMap{"DISTRIBUTION_ID": distribution.ID().ToStringOutput()},
 		Triggers:    pulumi.Array{pulumi.String(ContentHash(args.Files))},
 	}, parent, pulumi.DependsOn(objects)); err != nil {
@@ -261,6 +261,15 @@ func newValidatedCertificate(ctx *pulumi.Context, args *SiteArgs, parent pulumi.
 		return pulumi.StringOutput{}, err
 	}
 	return validation.CertificateArn, nil
+}
+
+// shellWords quotes each word for a POSIX shell.
+func shellWords(words []string) string {
+	quoted := make([]string, len(words))
+	for i, w := range words {
+		quoted[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	return strings.Join(quoted, " ")
 }
 
 // ValidationDomains are the names that need a validation record of their own: a wildcard

@@ -85,7 +85,7 @@ func (o Outputs) Exports() map[string]pulumi.Output {
 // Deploy registers the whole stack for a validated config. Everything that can fail on bad
 // input (files, templates) is checked before the first resource is registered.
 func Deploy(ctx *pulumi.Context, cfg Config) (Outputs, error) {
-	siteFiles, err := SiteFiles(cfg)
+	siteFiles, shadowed, err := SiteFiles(cfg)
 	if err != nil {
 		return Outputs{}, err
 	}
@@ -102,6 +102,12 @@ func Deploy(ctx *pulumi.Context, cfg Config) (Outputs, error) {
 		if err := ctx.Log.Warn(fmt.Sprintf("%s:sshIngressCidrs opens SSH (port 22) to the whole internet (%s:sshAllowWorld is true); "+
 			"the host accepts only its generated key, but narrow the CIDRs where deploys come from known addresses",
 			ConfigNamespace, ConfigNamespace), nil); err != nil {
+			return Outputs{}, err
+		}
+	}
+	for _, key := range shadowed {
+		if err := ctx.Log.Warn(fmt.Sprintf("%s/%s is not uploaded: the stack writes %s itself with this stack's API address",
+			cfg.StaticDir, key, key), nil); err != nil {
 			return Outputs{}, err
 		}
 	}
@@ -179,23 +185,24 @@ func Deploy(ctx *pulumi.Context, cfg Config) (Outputs, error) {
 }
 
 // SiteFiles lists the objects of the site: the files of staticDir and the generated config.js.
-func SiteFiles(cfg Config) ([]frontend.File, error) {
+// shadowed are the files of staticDir that the generated ones replace.
+func SiteFiles(cfg Config) (files []frontend.File, shadowed []string, err error) {
 	if info, err := os.Stat(cfg.StaticDir); err != nil || !info.IsDir() {
-		return nil, fmt.Errorf("%s:staticDir: %q is not a folder", ConfigNamespace, cfg.StaticDir)
+		return nil, nil, fmt.Errorf("%s:staticDir: %q is not a folder", ConfigNamespace, cfg.StaticDir)
 	}
-	files, _, err := frontend.ScanStatic(cfg.StaticDir)
+	files, shadowed, err = frontend.ScanStatic(cfg.StaticDir)
 	if err != nil {
-		return nil, fmt.Errorf("%s:staticDir: %w", ConfigNamespace, err)
+		return nil, nil, fmt.Errorf("%s:staticDir: %w", ConfigNamespace, err)
 	}
 	if cfg.ErrorPage == frontend.ErrorPageNotFound {
 		if _, err := os.Stat(filepath.Join(cfg.StaticDir, "404.html")); err != nil {
-			return nil, fmt.Errorf("%s:errorPage: \"404\" serves 404.html, but %s has none", ConfigNamespace, cfg.StaticDir)
+			return nil, nil, fmt.Errorf("%s:errorPage: \"404\" serves 404.html, but %s has none", ConfigNamespace, cfg.StaticDir)
 		}
 	}
 	return append(files, frontend.ConfigJS(frontend.SiteSettings{
 		APIBaseURL: "https://" + cfg.APIDomain(),
 		HealthPath: cfg.APIHealthPath,
-	})), nil
+	})), shadowed, nil
 }
 
 // HostFiles are the rendered files of the API host.
