@@ -14,6 +14,8 @@ COMPOSE_VERSION=${COMPOSE_VERSION:-v2.40.3}
 # sha256 of docker-compose-linux-x86_64 of the release above.
 COMPOSE_SHA256=${COMPOSE_SHA256:-dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372}
 PLUGIN_DIR=${PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}
+LE_DIR=${LE_DIR:-/etc/letsencrypt}
+DOCKER_DAEMON_JSON=${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}
 
 log() { echo "melody-flow host-setup: $*" >&2; }
 die() {
@@ -49,13 +51,14 @@ else
 	install -D -m 0755 "$tmp" "$plugin"
 	log "installed docker compose $COMPOSE_VERSION at $plugin"
 fi
-docker compose version | grep -qF "${COMPOSE_VERSION#v}" ||
-	die "'docker compose version' does not report $COMPOSE_VERSION: $(docker compose version 2>&1)"
+version=$(docker compose version 2>&1) || die "'docker compose version' failed: $version"
+[[ $version == *"${COMPOSE_VERSION#v}"* ]] ||
+	die "'docker compose version' does not report $COMPOSE_VERSION: $version"
 
 # 3. NVIDIA container runtime: registered with Docker, and able to see the GPU.
 command -v nvidia-ctk >/dev/null 2>&1 ||
 	die "nvidia-ctk not found: the NVIDIA container toolkit is missing from this AMI"
-daemon_json=/etc/docker/daemon.json
+daemon_json=$DOCKER_DAEMON_JSON
 before=$(sha256sum "$daemon_json" 2>/dev/null || true)
 nvidia-ctk runtime configure --runtime=docker >&2 ||
 	die "nvidia-ctk runtime configure --runtime=docker failed"
@@ -65,15 +68,16 @@ if [[ $(sha256sum "$daemon_json" 2>/dev/null || true) != "$before" ]]; then
 fi
 nvidia-container-cli info >&2 ||
 	die "nvidia-container-cli info failed: containers cannot use the GPU (driver not loaded, or not a GPU instance?)"
-docker info --format '{{json .Runtimes}}' | grep -q '"nvidia"' ||
-	die "docker does not list the nvidia runtime after configuration"
+runtimes=$(docker info --format '{{json .Runtimes}}') || die "docker info failed"
+[[ $runtimes == *'"nvidia"'* ]] ||
+	die "docker does not list the nvidia runtime after configuration: $runtimes"
 
 # 4. App directory, owned by the SSH user that copies the files in. The
 # certificates live on the host disk so they survive container and spot restarts.
 for d in "$APP_DIR" "$APP_DIR/nginx" "$APP_DIR/nginx/conf.d" "$APP_DIR/scripts" "$APP_DIR/models" "$APP_DIR/acme-webroot"; do
 	install -d -m 0755 -o "$APP_USER" -g "$APP_USER" "$d"
 done
-install -d -m 0755 /etc/letsencrypt
+install -d -m 0755 "$LE_DIR"
 
 # 5. The unit that starts the stack at boot (written by cloud-init; it does
 # nothing until compose.yaml has been copied in).
