@@ -17,6 +17,9 @@ import (
 // Driver GPU AMI (Amazon Linux 2023)" of the region.
 const DLAMIParameter = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 
+// MetricNamespace is the CloudWatch namespace the host may publish to.
+const MetricNamespace = "MelodyFlow"
+
 // SSHUser is the default user of Amazon Linux.
 const SSHUser = "ec2-user"
 
@@ -227,7 +230,9 @@ func splitCIDRs(cidrs []string) (v4, v6 []string) {
 	return v4, v6
 }
 
-// newInstanceProfile gives the host only SSM's core policy, for Session Manager break-glass access.
+// newInstanceProfile gives the host SSM's core policy, for Session Manager break-glass access,
+// and the right to publish metrics in the stack's own CloudWatch namespace (the certificate's
+// remaining days), nothing more.
 func newInstanceProfile(ctx *pulumi.Context, parent pulumi.ResourceOption) (*iam.InstanceProfile, error) {
 	assume, _ := json.Marshal(map[string]any{ // constant input: cannot fail
 		"Version": "2012-10-17",
@@ -247,6 +252,21 @@ func newInstanceProfile(ctx *pulumi.Context, parent pulumi.ResourceOption) (*iam
 	if _, err := iam.NewRolePolicyAttachment(ctx, "api-host-ssm", &iam.RolePolicyAttachmentArgs{
 		Role:      role.Name,
 		PolicyArn: pulumi.String("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+	}, parent); err != nil {
+		return nil, err
+	}
+	metrics, _ := json.Marshal(map[string]any{ // constant input: cannot fail
+		"Version": "2012-10-17",
+		"Statement": []any{map[string]any{
+			"Effect":    "Allow",
+			"Action":    "cloudwatch:PutMetricData",
+			"Resource":  "*", // PutMetricData has no resource ARNs; the namespace condition scopes it
+			"Condition": map[string]any{"StringEquals": map[string]any{"cloudwatch:namespace": MetricNamespace}},
+		}},
+	})
+	if _, err := iam.NewRolePolicy(ctx, "api-host-metrics", &iam.RolePolicyArgs{
+		Role:   role.Name,
+		Policy: pulumi.String(string(metrics)),
 	}, parent); err != nil {
 		return nil, err
 	}

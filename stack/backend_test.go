@@ -66,8 +66,14 @@ func TestSpotInstance(t *testing.T) {
 	if input(attachment, "policyArn") != "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" {
 		t.Errorf("role policy = %v", input(attachment, "policyArn"))
 	}
-	if n := len(d.OfType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")) + len(d.OfType("aws:iam/rolePolicy:RolePolicy")); n != 1 {
-		t.Errorf("the host role has %d policies, want only SSM core", n)
+	if n := len(d.OfType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")); n != 1 {
+		t.Errorf("the host role has %d managed policies, want only SSM core", n)
+	}
+	metrics := input(d.must(t, "aws:iam/rolePolicy:RolePolicy", "api-host-metrics"), "policy").(string)
+	for _, want := range []string{`"Action":"cloudwatch:PutMetricData"`, `"cloudwatch:namespace":"MelodyFlow"`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("host metrics policy %s lacks %s", metrics, want)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // time zones are validated the same way on every machine
 )
 
 // ConfigNamespace is the project's config namespace (the `name` in Pulumi.yaml).
@@ -24,6 +25,9 @@ var ConfigKeys = []string{
 	"sshIngressCidrs", "sshAllowWorld",
 	"acmeEmail", "acmeStaging",
 	"apiImage", "apiGitUrl", "apiGitRef", "apiHealthPath", "modelsDir",
+	"alertEmail", "budgetMonthlyUsd", "alarmsEnabled",
+	"idleStopEnabled", "idleStopMinutes", "idleStopCpuPercent",
+	"scheduleStopCron", "scheduleStartCron", "scheduleTimezone",
 }
 
 // Config is the validated configuration of one stack.
@@ -54,6 +58,16 @@ type Config struct {
 	APIGitRef     string
 	APIHealthPath string
 	ModelsDir     string
+
+	AlertEmail         string // acmeEmail when not set
+	BudgetMonthlyUSD   float64
+	AlarmsEnabled      bool
+	IdleStopEnabled    bool
+	IdleStopMinutes    int
+	IdleStopCPUPercent float64
+	ScheduleStopCron   string
+	ScheduleStartCron  string
+	ScheduleTimezone   string
 }
 
 // APIDomain is the host name of the API, for example api.melody-flow.click.
@@ -110,6 +124,22 @@ func ParseConfig(raw map[string]string, now time.Time) (Config, error) {
 		APIGitRef:     p.optionalMatch("apiGitRef", gitRefPattern, `a branch, tag or commit, optionally followed by ":subdir"`),
 		APIHealthPath: p.match("apiHealthPath", healthPathPattern, `an absolute URL path such as "/docs"`),
 		ModelsDir:     p.optional("modelsDir"),
+
+		AlertEmail:         p.optionalEmail("alertEmail"),
+		BudgetMonthlyUSD:   p.number("budgetMonthlyUsd", 0, 1e6),
+		AlarmsEnabled:      p.boolean("alarmsEnabled"),
+		IdleStopEnabled:    p.boolean("idleStopEnabled"),
+		IdleStopMinutes:    p.intRange("idleStopMinutes", 5, 1440),
+		IdleStopCPUPercent: p.number("idleStopCpuPercent", 0.1, 99),
+		ScheduleStopCron:   p.cron("scheduleStopCron"),
+		ScheduleStartCron:  p.cron("scheduleStartCron"),
+		ScheduleTimezone:   p.timezone("scheduleTimezone"),
+	}
+	if c.AlertEmail == "" {
+		c.AlertEmail = c.ACMEEmail
+	}
+	if c.IdleStopMinutes%5 != 0 {
+		p.fail("idleStopMinutes", "%d is not a multiple of 5 (EC2's basic metrics come every 5 minutes)", c.IdleStopMinutes)
 	}
 	if c.SSHOpenToWorld() && !c.SSHAllowWorld {
 		p.fail("sshIngressCidrs", "%s opens SSH to every address; set %s:sshAllowWorld to true to allow that explicitly",
@@ -304,6 +334,70 @@ func (p *parser) email(key string) string {
 	addr, err := mail.ParseAddress(v)
 	if err != nil || addr.Address != v || !strings.Contains(v[strings.LastIndex(v, "@")+1:], ".") {
 		p.fail(key, "%q is not an e-mail address such as \"ops@melody-flow.click\"", v)
+	}
+	return v
+}
+
+func (p *parser) optionalEmail(key string) string {
+	v, ok := p.value(key)
+	if !ok || v == "" {
+		return ""
+	}
+	return p.email(key)
+}
+
+func (p *parser) number(key string, lo, hi float64) float64 {
+	v, ok := p.value(key)
+	if !ok {
+		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil:
+		p.fail(key, "%q is not a number", v)
+	case f < lo || f > hi:
+		p.fail(key, "%s is out of range: it must be between %g and %g", v, lo, hi)
+	}
+	return f
+}
+
+// cronField is one field of an EventBridge Scheduler cron expression.
+var cronField = regexp.MustCompile(`^[0-9A-Za-z*?,/#-]+$`)
+
+// cron accepts "" or EventBridge Scheduler's six-field "cron(min hour day-of-month month
+// day-of-week year)", in which exactly one of the two day fields is "?".
+func (p *parser) cron(key string) string {
+	v, ok := p.value(key)
+	if !ok || v == "" {
+		return v
+	}
+	const want = `an EventBridge cron expression such as "cron(0 1 * * ? *)" (minutes hours day-of-month month day-of-week year)`
+	inner, found := strings.CutPrefix(v, "cron(")
+	inner, closed := strings.CutSuffix(inner, ")")
+	fields := strings.Fields(inner)
+	if !found || !closed || len(fields) != 6 {
+		p.fail(key, "%q is not %s", v, want)
+		return v
+	}
+	for _, f := range fields {
+		if !cronField.MatchString(f) {
+			p.fail(key, "%q has the field %q, which is not a cron field", v, f)
+			return v
+		}
+	}
+	if (fields[2] == "?") == (fields[4] == "?") {
+		p.fail(key, "%q: exactly one of day-of-month and day-of-week must be \"?\"", v)
+	}
+	return v
+}
+
+func (p *parser) timezone(key string) string {
+	v, ok := p.value(key)
+	if !ok {
+		return ""
+	}
+	if _, err := time.LoadLocation(v); err != nil || v == "" || v == "Local" {
+		p.fail(key, "%q is not an IANA time zone such as \"Asia/Tokyo\"", v)
 	}
 	return v
 }

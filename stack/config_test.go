@@ -85,6 +85,20 @@ func TestBadConfigValuesNameTheirKey(t *testing.T) {
 		{"apiGitUrl", "ftp://example.com/repo.git", "is not an https:// or git@ repository URL"},
 		{"apiGitRef", "main branch", "is not a branch, tag or commit"},
 		{"apiHealthPath", "docs", "is not an absolute URL path"},
+		{"alertEmail", "ops-at-example", "is not an e-mail address"},
+		{"budgetMonthlyUsd", "-5", "out of range"},
+		{"budgetMonthlyUsd", "lots", "is not a number"},
+		{"alarmsEnabled", "on", "is not true or false"},
+		{"idleStopMinutes", "7", "not a multiple of 5"},
+		{"idleStopMinutes", "0", "out of range"},
+		{"idleStopCpuPercent", "150", "out of range"},
+		{"scheduleStopCron", "0 1 * * *", "is not an EventBridge cron expression"},
+		{"scheduleStopCron", "cron(0 1 * * * *)", "exactly one of day-of-month and day-of-week"},
+		{"scheduleStartCron", "cron(0 1 ? * ? *)", "exactly one of"},
+		{"scheduleStartCron", "cron(0 1 * * ? * extra)", "is not an EventBridge cron expression"},
+		{"scheduleStartCron", "cron(0 1 * * ? $)", "which is not a cron field"},
+		{"scheduleTimezone", "Mars/Olympus", "is not an IANA time zone"},
+		{"scheduleTimezone", "", "is not an IANA time zone"},
 	}
 	for _, c := range cases {
 		t.Run(c.key+"="+c.value, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/melody-flow/infra/dns"
 	"github.com/melody-flow/infra/frontend"
 	"github.com/melody-flow/infra/nginx"
+	"github.com/melody-flow/infra/ops"
 	"github.com/melody-flow/infra/userdata"
 )
 
@@ -61,6 +62,7 @@ type Outputs struct {
 	HostedZoneID           pulumi.StringOutput
 	SSHUser                pulumi.StringOutput
 	SSHPrivateKey          pulumi.StringOutput // secret
+	AlertTopicARN          pulumi.StringOutput // empty when alarms are off
 }
 
 // Exports names the outputs. The names are a contract with StackReference consumers: flat,
@@ -79,6 +81,7 @@ func (o Outputs) Exports() map[string]pulumi.Output {
 		"hostedZoneId":           o.HostedZoneID,
 		"sshUser":                o.SSHUser,
 		"sshPrivateKey":          o.SSHPrivateKey,
+		"alertTopicArn":          o.AlertTopicARN,
 	}
 }
 
@@ -168,7 +171,27 @@ func Deploy(ctx *pulumi.Context, cfg Config) (Outputs, error) {
 		return Outputs{}, err
 	}
 
+	operations, err := ops.New(ctx, "operations", &ops.Args{
+		NamePrefix:         namePrefix,
+		AlertEmail:         cfg.AlertEmail,
+		BudgetMonthlyUSD:   cfg.BudgetMonthlyUSD,
+		AlarmsEnabled:      cfg.AlarmsEnabled,
+		APIDomain:          cfg.APIDomain(),
+		HealthPath:         cfg.APIHealthPath,
+		InstanceID:         host.InstanceID,
+		IdleStopEnabled:    cfg.IdleStopEnabled,
+		IdleStopMinutes:    cfg.IdleStopMinutes,
+		IdleStopCPUPercent: cfg.IdleStopCPUPercent,
+		ScheduleStopCron:   cfg.ScheduleStopCron,
+		ScheduleStartCron:  cfg.ScheduleStartCron,
+		ScheduleTimezone:   cfg.ScheduleTimezone,
+	})
+	if err != nil {
+		return Outputs{}, err
+	}
+
 	return Outputs{
+		AlertTopicARN:          operations.AlertTopicARN,
 		SiteURL:                site.URL,
 		APIURL:                 pulumi.String("https://" + cfg.APIDomain()).ToStringOutput(),
 		BucketName:             site.BucketName,

@@ -179,8 +179,8 @@ func TestEveryResourceIsParentedToAComponent(t *testing.T) {
 			components[r.URN] = true
 		}
 	}
-	if len(components) != 4 {
-		t.Errorf("%d components, want FrontendSite, GpuApiHost, DnsRecords and ApiBootstrap", len(components))
+	if len(components) != 5 {
+		t.Errorf("%d components, want FrontendSite, GpuApiHost, DnsRecords, ApiBootstrap and Operations", len(components))
 	}
 	for _, r := range d.Resources() {
 		if !components[r.URN] && !components[r.Parent] {

@@ -3,7 +3,7 @@
 // every resource (a tree, or JSON with --json), the outputs, and optionally writes the files
 // that would land on the API host.
 //
-//	go run ./cmd/plan [--stack prod] [--config melody-flow:key=value ...] [--json | --critical-path] [--host-files DIR]
+//	go run ./cmd/plan [--stack prod] [--config melody-flow:key=value ...] [--json | --critical-path | --cost] [--host-files DIR]
 package main
 
 import (
@@ -19,6 +19,7 @@ import (
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 
+	"github.com/melody-flow/infra/internal/cost"
 	"github.com/melody-flow/infra/internal/deploytime"
 	"github.com/melody-flow/infra/internal/mocks"
 	"github.com/melody-flow/infra/stack"
@@ -48,6 +49,7 @@ func run(args []string, stdout io.Writer) error {
 	flags := flag.NewFlagSet("plan", flag.ContinueOnError)
 	stackName := flags.String("stack", "prod", "stack whose Pulumi.<stack>.yaml is read")
 	asJSON := flags.Bool("json", false, "print resources and outputs as JSON")
+	showCost := flags.Bool("cost", false, "print the estimated monthly cost of the always-on parts and the unit prices used")
 	criticalPath := flags.Bool("critical-path", false, "print the longest chain of a first deploy with estimated AWS times")
 	hostFilesDir := flags.String("host-files", "", "write the rendered host files (user-data, compose, nginx, scripts) to this folder")
 	extra := overrides{}
@@ -79,6 +81,13 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if *asJSON {
 		return printJSON(stdout, rec, outputs)
+	}
+	if *showCost {
+		cost.Monthly(cost.Inputs{
+			InstanceType: cfg.InstanceType, SpotMaxPrice: cfg.SpotMaxPrice,
+			RootVolumeGiB: cfg.RootVolumeGiB, AlarmsEnabled: cfg.AlarmsEnabled,
+		}).Print(stdout)
+		return nil
 	}
 	if *criticalPath {
 		deploytime.Of(rec.Resources()).Print(stdout)
