@@ -4,8 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"path"
-	"sort"
+	"slices"
 
 	"github.com/pulumi/pulumi-command/sdk/go/command/remote"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -141,7 +142,7 @@ const WaitForHostCommand = `cloud-init status --wait >/dev/null || { sudo tail -
 func copyHostFiles(ctx *pulumi.Context, connection remote.ConnectionArgs, instance pulumi.StringOutput, args *BootstrapArgs,
 	after pulumi.Resource, parent pulumi.ResourceOption) ([]pulumi.Resource, error) {
 	var copies []pulumi.Resource
-	for _, rel := range sortedKeys(args.HostFiles) {
+	for _, rel := range slices.Sorted(maps.Keys(args.HostFiles)) {
 		c, err := remote.NewCopyToRemote(ctx, "copy-"+rel, &remote.CopyToRemoteArgs{
 			Connection: connection,
 			Source:     pulumi.NewStringAsset(args.HostFiles[rel]),
@@ -172,17 +173,8 @@ func copyHostFiles(ctx *pulumi.Context, connection remote.ConnectionArgs, instan
 // FilesHash identifies a set of host files by their paths and contents.
 func FilesHash(files map[string]string) string {
 	h := sha256.New()
-	for _, k := range sortedKeys(files) {
+	for _, k := range slices.Sorted(maps.Keys(files)) {
 		fmt.Fprintf(h, "%s\x00%d\x00%s", k, len(files[k]), files[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

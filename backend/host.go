@@ -3,7 +3,6 @@
 package backend
 
 import (
-	"encoding/json"
 	"net/netip"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
@@ -11,6 +10,8 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ssm"
 	"github.com/pulumi/pulumi-tls/sdk/v5/go/tls"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/melody-flow/infra/internal/iampolicy"
 )
 
 // DLAMIParameter is AWS's public SSM parameter with the latest "Deep Learning Base OSS Nvidia
@@ -234,17 +235,9 @@ func splitCIDRs(cidrs []string) (v4, v6 []string) {
 // and the right to publish metrics in the stack's own CloudWatch namespace (the certificate's
 // remaining days), nothing more.
 func newInstanceProfile(ctx *pulumi.Context, parent pulumi.ResourceOption) (*iam.InstanceProfile, error) {
-	assume, _ := json.Marshal(map[string]any{ // constant input: cannot fail
-		"Version": "2012-10-17",
-		"Statement": []any{map[string]any{
-			"Effect":    "Allow",
-			"Principal": map[string]any{"Service": "ec2.amazonaws.com"},
-			"Action":    "sts:AssumeRole",
-		}},
-	})
 	role, err := iam.NewRole(ctx, "api-host", &iam.RoleArgs{
 		Description:      pulumi.String("Melody Flow API host"),
-		AssumeRolePolicy: pulumi.String(string(assume)),
+		AssumeRolePolicy: pulumi.String(iampolicy.AssumeRole("ec2.amazonaws.com", nil)),
 	}, parent)
 	if err != nil {
 		return nil, err
@@ -255,18 +248,15 @@ func newInstanceProfile(ctx *pulumi.Context, parent pulumi.ResourceOption) (*iam
 	}, parent); err != nil {
 		return nil, err
 	}
-	metrics, _ := json.Marshal(map[string]any{ // constant input: cannot fail
-		"Version": "2012-10-17",
-		"Statement": []any{map[string]any{
-			"Effect":    "Allow",
-			"Action":    "cloudwatch:PutMetricData",
-			"Resource":  "*", // PutMetricData has no resource ARNs; the namespace condition scopes it
-			"Condition": map[string]any{"StringEquals": map[string]any{"cloudwatch:namespace": MetricNamespace}},
-		}},
+	metrics := iampolicy.Document(iampolicy.Statement{
+		"Effect":    "Allow",
+		"Action":    "cloudwatch:PutMetricData",
+		"Resource":  "*", // PutMetricData has no resource ARNs; the namespace condition scopes it
+		"Condition": map[string]any{"StringEquals": map[string]any{"cloudwatch:namespace": MetricNamespace}},
 	})
 	if _, err := iam.NewRolePolicy(ctx, "api-host-metrics", &iam.RolePolicyArgs{
 		Role:   role.Name,
-		Policy: pulumi.String(string(metrics)),
+		Policy: pulumi.String(metrics),
 	}, parent); err != nil {
 		return nil, err
 	}

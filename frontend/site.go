@@ -3,7 +3,6 @@
 package frontend
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -14,6 +13,8 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/s3"
 	"github.com/pulumi/pulumi-command/sdk/go/command/local"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/melody-flow/infra/internal/iampolicy"
 )
 
 // AWS managed policy and the minimum TLS version for viewers.
@@ -161,7 +162,7 @@ func NewSite(ctx *pulumi.Context, name string, args *SiteArgs, opts ...pulumi.Re
 
 	if _, err := s3.NewBucketPolicy(ctx, "site", &s3.BucketPolicyArgs{
 		Bucket: bucket.ID(),
-		Policy: pulumi.All(bucket.Arn, distribution.Arn).ApplyT(func(v []any) (string, error) {
+		Policy: pulumi.All(bucket.Arn, distribution.Arn).ApplyT(func(v []any) string {
 			return BucketPolicy(v[0].(string), v[1].(string))
 		}).(pulumi.StringOutput),
 	}, parent, pulumi.DependsOn([]pulumi.Resource{publicAccessBlock})); err != nil {
@@ -333,30 +334,25 @@ func errorResponses(mode string) cloudfront.DistributionCustomErrorResponseArray
 
 // BucketPolicy lets only the given distribution read the bucket, and refuses plain HTTP.
 // s3:ListBucket lets S3 answer 404 rather than 403 for a missing key.
-func BucketPolicy(bucketARN, distributionARN string) (string, error) {
-	policy := map[string]any{
-		"Version": "2012-10-17",
-		"Statement": []any{
-			map[string]any{
-				"Sid":       "CloudFrontReadsThroughOAC",
-				"Effect":    "Allow",
-				"Principal": map[string]any{"Service": "cloudfront.amazonaws.com"},
-				"Action":    []string{"s3:GetObject", "s3:ListBucket"},
-				"Resource":  []string{bucketARN + "/*", bucketARN},
-				"Condition": map[string]any{"StringEquals": map[string]any{"AWS:SourceArn": distributionARN}},
-			},
-			map[string]any{
-				"Sid":       "DenyInsecureTransport",
-				"Effect":    "Deny",
-				"Principal": "*",
-				"Action":    "s3:*",
-				"Resource":  []string{bucketARN, bucketARN + "/*"},
-				"Condition": map[string]any{"Bool": map[string]any{"aws:SecureTransport": "false"}},
-			},
+func BucketPolicy(bucketARN, distributionARN string) string {
+	return iampolicy.Document(
+		iampolicy.Statement{
+			"Sid":       "CloudFrontReadsThroughOAC",
+			"Effect":    "Allow",
+			"Principal": map[string]any{"Service": "cloudfront.amazonaws.com"},
+			"Action":    []string{"s3:GetObject", "s3:ListBucket"},
+			"Resource":  []string{bucketARN + "/*", bucketARN},
+			"Condition": map[string]any{"StringEquals": map[string]any{"AWS:SourceArn": distributionARN}},
 		},
-	}
-	body, err := json.Marshal(policy)
-	return string(body), err
+		iampolicy.Statement{
+			"Sid":       "DenyInsecureTransport",
+			"Effect":    "Deny",
+			"Principal": "*",
+			"Action":    "s3:*",
+			"Resource":  []string{bucketARN, bucketARN + "/*"},
+			"Condition": map[string]any{"Bool": map[string]any{"aws:SecureTransport": "false"}},
+		},
+	)
 }
 
 // uploadFiles makes one object per file. The content hash is an input, so a changed file

@@ -18,6 +18,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/melody-flow/infra/backend"
+	"github.com/melody-flow/infra/internal/iampolicy"
 )
 
 // The certificate metric the host publishes (userdata/scripts/cert-days-left.sh) to us-east-1,
@@ -239,16 +240,21 @@ func newSchedules(ctx *pulumi.Context, args *Args, region string, parent pulumi.
 	}).(pulumi.StringOutput)
 
 	role, err := iam.NewRole(ctx, "scheduler", &iam.RoleArgs{
-		Description:      pulumi.String("EventBridge Scheduler stops and starts the Melody Flow GPU host"),
-		AssumeRolePolicy: pulumi.String(SchedulerTrustPolicy(identity.AccountId)),
+		Description: pulumi.String("EventBridge Scheduler stops and starts the Melody Flow GPU host"),
+		AssumeRolePolicy: pulumi.String(iampolicy.AssumeRole("scheduler.amazonaws.com",
+			map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": identity.AccountId}})),
 	}, parent)
 	if err != nil {
 		return err
 	}
 	if _, err := iam.NewRolePolicy(ctx, "scheduler-stop-start", &iam.RolePolicyArgs{
 		Role: role.Name,
-		Policy: instanceARN.ApplyT(func(arn string) (string, error) {
-			return StopStartPolicy(arn)
+		Policy: instanceARN.ApplyT(func(arn string) string {
+			return iampolicy.Document(iampolicy.Statement{
+				"Effect":   "Allow",
+				"Action":   []string{"ec2:StopInstances", "ec2:StartInstances"},
+				"Resource": arn,
+			})
 		}).(pulumi.StringOutput),
 	}, parent); err != nil {
 		return err
@@ -281,31 +287,4 @@ func newSchedules(ctx *pulumi.Context, args *Args, region string, parent pulumi.
 		}
 	}
 	return nil
-}
-
-// SchedulerTrustPolicy lets only EventBridge Scheduler of this account assume the role.
-func SchedulerTrustPolicy(accountID string) string {
-	b, _ := json.Marshal(map[string]any{ // strings only: cannot fail
-		"Version": "2012-10-17",
-		"Statement": []any{map[string]any{
-			"Effect":    "Allow",
-			"Principal": map[string]any{"Service": "scheduler.amazonaws.com"},
-			"Action":    "sts:AssumeRole",
-			"Condition": map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": accountID}},
-		}},
-	})
-	return string(b)
-}
-
-// StopStartPolicy allows stopping and starting one instance and nothing else.
-func StopStartPolicy(instanceARN string) (string, error) {
-	b, err := json.Marshal(map[string]any{
-		"Version": "2012-10-17",
-		"Statement": []any{map[string]any{
-			"Effect":   "Allow",
-			"Action":   []string{"ec2:StopInstances", "ec2:StartInstances"},
-			"Resource": instanceARN,
-		}},
-	})
-	return string(b), err
 }

@@ -455,35 +455,14 @@ func (g *Graph) providerRegion(r *mocks.Resource) string {
 	if r.Provider == "" {
 		return ""
 	}
-	p := g.byURN(r.Provider[:max(strings.LastIndex(r.Provider, "::"), 0)])
+	p := g.byURN(r.ProviderURN())
 	if p == nil {
 		return ""
 	}
 	return str(p, "region")
 }
 
-func input(r *mocks.Resource, key string) any {
-	v, ok := r.Inputs[resource.PropertyKey(key)]
-	if !ok {
-		return nil
-	}
-	return plainValue(v)
-}
-
-func plainValue(v resource.PropertyValue) any {
-	switch {
-	case v.IsSecret():
-		return plainValue(v.SecretValue().Element)
-	case v.IsOutput():
-		if v.OutputValue().Known {
-			return plainValue(v.OutputValue().Element)
-		}
-		return nil
-	case v.IsComputed():
-		return nil
-	}
-	return v.Mappable()
-}
+func input(r *mocks.Resource, key string) any { return r.Input(key) }
 
 func str(r *mocks.Resource, key string) string {
 	s, _ := input(r, key).(string)

@@ -18,7 +18,7 @@ func TestCertificateIsInUSEast1AndReachesCloudFrontThroughItsValidation(t *testi
 	cert := d.must(t, "aws:acm/certificate:Certificate", "site")
 	validation := d.must(t, "aws:acm/certificateValidation:CertificateValidation", "site")
 	for _, r := range []*mocks.Resource{cert, validation} {
-		provider := d.ByURN(r.Provider[:strings.LastIndex(r.Provider, "::")])
+		provider := d.ByURN(r.ProviderURN())
 		if provider == nil || input(provider, "region") != "us-east-1" {
 			t.Errorf("%s %s does not use an explicit us-east-1 provider (provider %q)", r.Type, r.Name, r.Provider)
 		}

@@ -5,8 +5,6 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
-
 	"github.com/melody-flow/infra/internal/mocks"
 )
 
@@ -66,27 +64,4 @@ func (d *deployment) must(t *testing.T, typ, name string) *mocks.Resource {
 }
 
 // input returns a resource input as a plain Go value (secrets unwrapped).
-func input(r *mocks.Resource, key string) any {
-	v, ok := r.Inputs[resource.PropertyKey(key)]
-	if !ok {
-		return nil
-	}
-	return plain(v)
-}
-
-func plain(v resource.PropertyValue) any {
-	switch {
-	case v.IsSecret():
-		return plain(v.SecretValue().Element)
-	case v.IsComputed() || v.IsOutput():
-		if v.IsOutput() && v.OutputValue().Known {
-			return plain(v.OutputValue().Element)
-		}
-		return nil
-	case v.IsAsset():
-		return v.AssetValue().Path
-	case v.IsArchive():
-		return v.ArchiveValue().Path
-	}
-	return v.Mappable()
-}
+func input(r *mocks.Resource, key string) any { return r.Input(key) }

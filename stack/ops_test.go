@@ -66,7 +66,7 @@ func TestHealthAndCertificateAlarms(t *testing.T) {
 			t.Errorf("%s notifies %v", name, got)
 		}
 		// Route 53's metrics exist only in us-east-1: so must the alarms.
-		provider := d.ByURN(alarm.Provider[:strings.LastIndex(alarm.Provider, "::")])
+		provider := d.ByURN(alarm.ProviderURN())
 		if provider == nil || input(provider, "region") != "us-east-1" {
 			t.Errorf("%s is not in us-east-1", name)
 		}

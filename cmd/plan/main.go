@@ -152,7 +152,7 @@ func printTree(w io.Writer, rec *mocks.Recorder, outputs map[string]stack.Output
 	walk = func(r *mocks.Resource, depth int) {
 		line := fmt.Sprintf("%s+ %s  %s", strings.Repeat("    ", depth), r.Type, r.Name)
 		if r.Provider != "" {
-			line += "  (provider " + providerName(r.Provider) + ")"
+			line += "  (provider " + resource.URN(r.ProviderURN()).Name() + ")"
 		}
 		fmt.Fprintln(w, line)
 		for _, c := range children[r.URN] {
@@ -270,12 +270,6 @@ func sortedNames(m map[string]stack.OutputValue) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// providerName shortens a provider reference "urn...::name::id" to its name.
-func providerName(ref string) string {
-	urn := ref[:max(strings.LastIndex(ref, "::"), 0)]
-	return resource.URN(urn).Name()
 }
 
 func stackOf(rec *mocks.Recorder) string {

@@ -239,9 +239,7 @@ func (r *Recorder) urn(parent, typ, name string) string {
 // regionOf returns the region of the explicit provider a resource uses, or the stack's region.
 func (r *Recorder) regionOf(res *Resource) string {
 	if res.Provider != "" {
-		// A provider reference is "<urn>::<id>".
-		providerURN := res.Provider[:max(strings.LastIndex(res.Provider, "::"), 0)]
-		if p := r.ByURN(providerURN); p != nil {
+		if p := r.ByURN(res.ProviderURN()); p != nil {
 			if region, ok := p.Inputs["region"]; ok && region.IsString() {
 				return region.StringValue()
 			}
@@ -383,4 +381,40 @@ func toAny(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// Input returns an input as a plain Go value (maps, slices, strings, float64, bool); secrets
+// are unwrapped, unknown values are nil and assets give their path.
+func (r *Resource) Input(key string) any {
+	v, ok := r.Inputs[resource.PropertyKey(key)]
+	if !ok {
+		return nil
+	}
+	return Plain(v)
+}
+
+// Plain turns a property value into a plain Go value, as Input does.
+func Plain(v resource.PropertyValue) any {
+	switch {
+	case v.IsSecret():
+		return Plain(v.SecretValue().Element)
+	case v.IsOutput():
+		if v.OutputValue().Known {
+			return Plain(v.OutputValue().Element)
+		}
+		return nil
+	case v.IsComputed():
+		return nil
+	case v.IsAsset():
+		return v.AssetValue().Path
+	case v.IsArchive():
+		return v.ArchiveValue().Path
+	}
+	return v.Mappable()
+}
+
+// ProviderURN is the URN of the explicit provider the resource uses ("" for the default one).
+func (r *Resource) ProviderURN() string {
+	// A provider reference is "<urn>::<id>".
+	return r.Provider[:max(strings.LastIndex(r.Provider, "::"), 0)]
 }
