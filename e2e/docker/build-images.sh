@@ -92,6 +92,8 @@ build_rootfs() {
   mv "${rootfs_tar}.tmp" "$rootfs_tar"
   rm -rf "$dir"
   trap - EXIT
+  # Tarballs of earlier recipes are of no use any more.
+  find "${cache}/rootfs" -maxdepth 1 -name 'base-*.tar' ! -name "base-${base_tag}.tar" -delete
   log "rootfs ready in $((SECONDS - start)) s: $rootfs_tar ($(du -h "$rootfs_tar" | cut -f1))"
 }
 
@@ -107,7 +109,7 @@ build_images() {
     log "docker import $rootfs_tar -> $base_image"
     "$docker_cli" import --change 'CMD ["/bin/bash"]' "$rootfs_tar" "$base_image" >/dev/null
   fi
-  local name tag image
+  local name tag image keep=("$base_image")
   for name in nginx certbot api; do
     tag="$( {
       printf '%s\n' "$base_image"
@@ -120,8 +122,17 @@ build_images() {
       log "docker build $image"
       "$docker_cli" build -q --network none --build-arg "BASE=${base_image}" -t "$image" "$here/images/$name" >/dev/null
     fi
+    keep+=("$image")
     printf '%s_IMAGE=%s\n' "$(tr '[:lower:]' '[:upper:]' <<<"$name")" "$image"
   done
+  # Images of earlier contents would pile up in the cached data root: drop them.
+  local ref
+  while read -r ref; do
+    if [[ $ref == melody-flow-test/* && " ${keep[*]} " != *" $ref "* ]]; then
+      log "removing outdated $ref"
+      "$docker_cli" rmi "$ref" >/dev/null || true
+    fi
+  done < <("$docker_cli" images --format '{{.Repository}}:{{.Tag}}')
 }
 
 case "${1:-all}" in

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,13 +31,14 @@ const (
 // stack is the project's compose project in a temporary APP_DIR, driven like the remote
 // commands drive it.
 type stack struct {
-	t       *testing.T
-	appDir  string
-	compose string            // the COMPOSE command line the scripts get
-	extra   map[string]string // test-only variables added to every step's environment
-	shimDir string            // holds a sudo that just runs its arguments
-	bp      userdata.BootstrapParams
-	d       *dockerd
+	t           *testing.T
+	appDir      string
+	compose     string            // the COMPOSE command line the scripts get
+	extra       map[string]string // test-only variables added to every step's environment
+	shimDir     string            // holds a sudo that just runs its arguments
+	certbotLogs string            // certbot's /var/log/letsencrypt (the test's override mounts it)
+	bp          userdata.BootstrapParams
+	d           *dockerd
 }
 
 // TestComposeStack runs the TLS bootstrap of the GPU host with the real compose file, scripts
@@ -75,6 +77,9 @@ func TestComposeStack(t *testing.T) {
 			return err
 		}
 		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "build-images: ") {
+				t.Log(line)
+			}
 			if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && strings.HasSuffix(k, "_IMAGE") {
 				images[k] = v
 			}
@@ -142,6 +147,14 @@ func TestComposeStack(t *testing.T) {
 		if !containsString(first.DNSNames, apiDomain) {
 			return fmt.Errorf("served certificate is for %v, not %s", first.DNSNames, apiDomain)
 		}
+		onDisk, err := s.liveCert()
+		if err != nil {
+			return err
+		}
+		if issued := acme.issued(); len(issued) != 1 || onDisk.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			return fmt.Errorf("pebble issued %v, live/ holds serial %s, nginx serves %s: want one certificate, the same everywhere",
+				issued, onDisk.SerialNumber.Text(16), first.SerialNumber.Text(16))
+		}
 		// pebble really validated HTTP-01 against nginx (PEBBLE_VA_ALWAYS_VALID=0), and nginx
 		// served that very token from the webroot certbot wrote into.
 		peb, _ := os.ReadFile(acme.pebble.log)
@@ -159,7 +172,8 @@ func TestComposeStack(t *testing.T) {
 			return fmt.Errorf("nginx's access log does not show token %s served with 200:\n%s", token, tail(logs, 30))
 		}
 		t.Logf("pebble validated token %s, served by nginx from the shared webroot", token)
-		t.Logf("issued by %q, serial %s, for %v", first.Issuer.CommonName, first.SerialNumber.Text(16), first.DNSNames)
+		t.Logf("issued by %q, serial %s, for %v, valid until %s, OCSP %v", first.Issuer.CommonName,
+			first.SerialNumber.Text(16), first.DNSNames, first.NotAfter.Format(time.DateOnly), first.OCSPServer)
 		return nil
 	})
 
@@ -179,43 +193,50 @@ func TestComposeStack(t *testing.T) {
 	})
 
 	ph.run("second run of steps 3-6 (must not issue a new certificate)", func() error {
+		issuedBefore := acme.issued()
 		for _, step := range userdata.Steps {
 			if err := s.runStep(ctx, step); err != nil {
 				return err
 			}
 		}
-		again, err := servedCert(apiDomain, roots)
+		// Checked where certbot writes and where pebble issues, not only on what nginx serves
+		// (its reload is asynchronous: a new certificate could show up a moment later).
+		if n := acme.issued(); len(n) != len(issuedBefore) {
+			return fmt.Errorf("the second run made pebble issue %d new certificate(s): %v", len(n)-len(issuedBefore), n[len(issuedBefore):])
+		}
+		onDisk, err := s.liveCert()
 		if err != nil {
 			return err
 		}
-		if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
-			return fmt.Errorf("the second run changed the certificate: serial %s -> %s", first.SerialNumber.Text(16), again.SerialNumber.Text(16))
+		if onDisk.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			return fmt.Errorf("the second run replaced the certificate on disk: serial %s -> %s", first.SerialNumber.Text(16), onDisk.SerialNumber.Text(16))
 		}
-		return nil
+		return s.waitServing(client, roots, first, 10*time.Second)
 	})
 
 	var renewed *x509.Certificate
 	ph.run("renewal: certbot renew in the certbot service, nginx reload", func() error {
+		issuedBefore := acme.issued()
 		// What the certbot service's loop runs, forced (the certificate is not due) and pointed
 		// at pebble explicitly; then what nginx's reload loop does.
 		if _, err := s.composeRun(ctx, "run", "--rm", "certbot", "renew", "--webroot", "-w", "/var/www/certbot",
 			"--no-random-sleep-on-renew", "--force-renewal", "--server", acme.directory()); err != nil {
 			return err
 		}
+		if n := acme.issued(); len(n) != len(issuedBefore)+1 {
+			return fmt.Errorf("pebble issued %d certificate(s) for one forced renewal: %v", len(n)-len(issuedBefore), n[len(issuedBefore):])
+		}
+		var err error
+		if renewed, err = s.liveCert(); err != nil {
+			return err
+		}
+		if renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return fmt.Errorf("certbot renew left serial %s in live/", first.SerialNumber.Text(16))
+		}
 		if _, err := s.composeRun(ctx, "exec", "-T", "nginx", "nginx", "-s", "reload"); err != nil {
 			return err
 		}
-		return eventually(10*time.Second, 50*time.Millisecond, func() error {
-			c, err := servedCert(apiDomain, roots)
-			if err != nil {
-				return err
-			}
-			if c.SerialNumber.Cmp(first.SerialNumber) == 0 {
-				return fmt.Errorf("nginx still serves serial %s after renew + reload", c.SerialNumber.Text(16))
-			}
-			renewed = c
-			return nil
-		})
+		return s.waitServing(client, roots, renewed, 10*time.Second)
 	})
 
 	// Reboot drill 1: a spot stop/start as the engine sees it. dockerd shuts down (stopping the
@@ -367,6 +388,10 @@ func (s *stack) writeHostFiles(tmp string, acme *acmeServer, images map[string]s
 
 	// The test's own compose override (outside APP_DIR): certbot trusts pebble's listener
 	// certificate. Nothing else of the project's compose file is changed.
+	s.certbotLogs = filepath.Join(tmp, "certbot-logs")
+	if err := os.MkdirAll(s.certbotLogs, 0o755); err != nil {
+		return err
+	}
 	override := filepath.Join(tmp, "compose.e2e.yaml")
 	overrideYAML := fmt.Sprintf(`# melody-flow docker e2e: certbot trusts the local ACME server (pebble).
 services:
@@ -375,7 +400,9 @@ services:
       REQUESTS_CA_BUNDLE: /e2e/pebble-listener-ca.pem
     volumes:
       - %s:/e2e/pebble-listener-ca.pem:ro
-`, filepath.Join(acme.dir, "ca.pem"))
+      # certbot's debug logs, kept for the failure report.
+      - %s:/var/log/letsencrypt
+`, filepath.Join(acme.dir, "ca.pem"), s.certbotLogs)
 	if err := os.WriteFile(override, []byte(overrideYAML), 0o644); err != nil {
 		return err
 	}
@@ -517,6 +544,20 @@ func (s *stack) containerIDs(ctx context.Context) ([]string, error) {
 func (s *stack) runningIDs(ctx context.Context) ([]string, error) {
 	out, err := run(ctx, "", s.dockerEnv(), "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+userdata.ProjectName)
 	return strings.Fields(out), err
+}
+
+// liveCert is the certificate certbot's live/ link points at, read through the namespace's
+// private /etc/letsencrypt (the host path the compose file mounts).
+func (s *stack) liveCert() (*x509.Certificate, error) {
+	b, err := os.ReadFile(filepath.Join("/etc/letsencrypt/live", apiDomain, "cert.pem"))
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("live/%s/cert.pem holds no PEM block", apiDomain)
+	}
+	return x509.ParseCertificate(blk.Bytes)
 }
 
 // waitServing polls until nginx serves want over HTTPS and the API answers through it.
@@ -662,6 +703,9 @@ func (s *stack) dumpLogs(ctx context.Context, acme *acmeServer) {
 		s.t.Logf("pebble log:\n%s", tailFile(acme.pebble.log, 30))
 	}
 	s.t.Logf("dockerd log (%s):\n%s", s.d.logPath, tailFile(s.d.logPath, 30))
+	if s.certbotLogs != "" {
+		s.t.Logf("certbot debug log:\n%s", tailFile(filepath.Join(s.certbotLogs, "letsencrypt.log"), 60))
+	}
 }
 
 func containsString(list []string, s string) bool {

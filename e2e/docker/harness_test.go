@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -436,6 +437,18 @@ func startACME(t *testing.T, tmp string) (*acmeServer, error) {
 	}
 	return a, nil
 }
+
+// issued lists the serials pebble has issued so far (from its log).
+func (a *acmeServer) issued() []string {
+	b, _ := os.ReadFile(a.pebble.log)
+	var serials []string
+	for _, m := range issuedRE.FindAllSubmatch(b, -1) {
+		serials = append(serials, string(m[1]))
+	}
+	return serials
+}
+
+var issuedRE = regexp.MustCompile(`Issued certificate serial ([0-9a-f]+)`)
 
 func (a *acmeServer) client() *http.Client {
 	pool := x509.NewCertPool()
