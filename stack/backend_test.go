@@ -202,8 +202,8 @@ func TestRemoteCommandsRunInOrder(t *testing.T) {
 			t.Errorf("%s does not wait for the host", c.Name)
 		}
 	}
-	if got := len(d.OfType("command:remote:CopyToRemote")); got != 9 {
-		t.Errorf("%d files are copied, want compose (2), .env, nginx (2) and 4 scripts", got)
+	if got := len(d.OfType("command:remote:CopyToRemote")); got != 10 {
+		t.Errorf("%d files are copied, want compose (2), .env, nginx (2), 4 step scripts and the certificate metric", got)
 	}
 }
 
@@ -245,6 +245,23 @@ func TestRemoteCommandsConnectionAndTriggers(t *testing.T) {
 				t.Errorf("%s: %q lacks %q", step, create, w)
 			}
 		}
+	}
+}
+
+// An image instead of a repository: the ref's default does not make it a build.
+func TestAPIFromAnImage(t *testing.T) {
+	d := runStack(t, map[string]string{"apiImage": "ghcr.io/melody-flow/api:1.4.0", "apiGitUrl": ""})
+	env := input(d.must(t, "command:remote:CopyToRemote", "copy-.env"), "source")
+	if env == nil {
+		t.Fatal("no .env copied")
+	}
+	files, err := RenderHostFiles(mustConfig(t, map[string]string{"apiImage": "ghcr.io/melody-flow/api:1.4.0", "apiGitUrl": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(files.Files[".env"], "API_IMAGE=ghcr.io/melody-flow/api:1.4.0") ||
+		strings.Contains(files.Files[".env"], "API_BUILD_CONTEXT") {
+		t.Errorf(".env = %s", files.Files[".env"])
 	}
 }
 

@@ -25,6 +25,20 @@ func prodRaw(t *testing.T) map[string]string {
 	return raw
 }
 
+// mustConfig is the prod config with overrides, validated.
+func mustConfig(t *testing.T, overrides map[string]string) Config {
+	t.Helper()
+	raw := prodRaw(t)
+	for k, v := range overrides {
+		raw[k] = v
+	}
+	cfg, err := ParseConfig(raw, deployTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func TestProdConfigIsValid(t *testing.T) {
 	cfg, err := ParseConfig(prodRaw(t), deployTime)
 	if err != nil {

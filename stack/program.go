@@ -256,9 +256,11 @@ func RenderHostFiles(cfg Config) (HostFiles, error) {
 		APIDomain:      cfg.APIDomain(),
 		FrontendOrigin: "https://" + cfg.Domain,
 		APIImage:       cfg.APIImage,
-		APIGitURL:      cfg.APIGitURL,
-		APIGitRef:      cfg.APIGitRef,
 		HealthPath:     cfg.APIHealthPath,
+	}
+	// apiGitRef has a default; it only means something with a repository to build.
+	if cfg.APIGitURL != "" {
+		params.APIGitURL, params.APIGitRef = cfg.APIGitURL, cfg.APIGitRef
 	}
 	cloudInit, err := userdata.CloudInit(params)
 	if err != nil {

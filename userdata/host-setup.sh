@@ -84,4 +84,10 @@ install -d -m 0755 "$LE_DIR"
 systemctl daemon-reload
 systemctl enable melody-flow.service
 
+# 6. The certificate's days-left metric (the alarm 14 days before expiry) needs
+# the AWS CLI, which Amazon Linux 2023 ships.
+command -v aws >/dev/null 2>&1 ||
+	die "the AWS CLI is missing: scripts/cert-days-left.sh cannot publish the certificate metric"
+systemctl enable --now melody-flow-cert-metric.timer
+
 log "done"

@@ -23,6 +23,7 @@ esac`,
 	"nvidia-ctk":           `echo '{"runtimes":{"nvidia":{}}}' >"$DOCKER_DAEMON_JSON"`,
 	"nvidia-container-cli": `[ -z "${STUB_NO_GPU:-}" ] || { echo "nvidia-container-cli: initialization error: nvml error: driver not loaded" >&2; exit 1; }; echo "NVRM version: 550"`,
 	"systemctl":            `:`,
+	"aws":                  `:`,
 	"usermod":              `:`,
 }
 
@@ -69,7 +70,8 @@ func TestHostSetupWithStubbedAMI(t *testing.T) {
 	calls, _ := os.ReadFile(log)
 	for _, want := range []string{"systemctl enable --now docker.service", "usermod -aG docker root", "curl ",
 		"nvidia-ctk runtime configure --runtime=docker", "systemctl restart docker.service",
-		"nvidia-container-cli info", "systemctl enable melody-flow.service"} {
+		"nvidia-container-cli info", "systemctl enable melody-flow.service",
+		"systemctl enable --now melody-flow-cert-metric.timer"} {
 		if !strings.Contains(string(calls), want) {
 			t.Errorf("first run did not call %q; calls:\n%s", want, calls)
 		}

@@ -16,15 +16,16 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
 	"path"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"text/template"
 )
 
-//go:embed cloud-init.yaml.tmpl melody-flow.service host-setup.sh compose.yaml compose.build.yaml scripts/*.sh
+//go:embed cloud-init.yaml.tmpl melody-flow.service melody-flow-cert-metric.service melody-flow-cert-metric.timer host-setup.sh compose.yaml compose.build.yaml scripts/*.sh
 var files embed.FS
 
 // DefaultAppDir is where the stack lives on the host.
@@ -168,8 +169,8 @@ func CloudInit(p Params) (string, error) {
 		return "", err
 	}
 	return execute("cloud-init.yaml.tmpl", read("cloud-init.yaml.tmpl"), struct {
-		AppDir, Unit, HostSetup string
-	}{p.AppDir, unit, read("host-setup.sh")})
+		AppDir, Unit, CertMetricService, CertMetricTimer, HostSetup string
+	}{p.AppDir, unit, read("melody-flow-cert-metric.service"), read("melody-flow-cert-metric.timer"), read("host-setup.sh")})
 }
 
 // BuildImageTag is the local image tag used when the API is built on the host:
@@ -201,15 +202,6 @@ func Env(p Params) (map[string]string, error) {
 	return env, nil
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // HostFiles returns what is copied into AppDir on the host: path relative to
 // AppDir -> content. nginxHTTP and nginxHTTPS are the rendered nginx configs
 // (package nginx).
@@ -226,7 +218,7 @@ func HostFiles(p Params, nginxHTTP, nginxHTTPS string) (map[string]string, error
 	}
 	var dotenv strings.Builder
 	dotenv.WriteString("# Melody Flow: read by docker compose and by melody-flow.service. Written by the deploy.\n")
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		fmt.Fprintf(&dotenv, "%s=%s\n", k, env[k])
 	}
 	out := map[string]string{
@@ -239,6 +231,7 @@ func HostFiles(p Params, nginxHTTP, nginxHTTPS string) (map[string]string, error
 	for _, s := range Steps {
 		out["scripts/"+string(s)+".sh"] = read("scripts/" + string(s) + ".sh")
 	}
+	out[CertMetricScript] = read(CertMetricScript)
 	return out, nil
 }
 
@@ -251,6 +244,9 @@ const (
 	StepObtainCert Step = "obtain-cert" // remote step 5
 	StepEnableTLS  Step = "enable-tls"  // remote step 6
 )
+
+// CertMetricScript publishes the certificate's days left; a systemd timer runs it.
+const CertMetricScript = "scripts/cert-days-left.sh"
 
 // Steps lists the steps in the order they run.
 var Steps = []Step{StepStartStack, StepWaitDNS, StepObtainCert, StepEnableTLS}
@@ -286,6 +282,10 @@ func StepEnv(step Step, p BootstrapParams) map[string]string {
 		}
 	case StepEnableTLS:
 		env["HEALTH_PATH"] = p.HealthPath
+		if p.ACMEStaging {
+			// Staging certificates chain to a root no trust store has.
+			env["ACME_STAGING"] = "1"
+		}
 	}
 	return env
 }
@@ -307,7 +307,7 @@ func RemoteCommand(step Step, env map[string]string) string {
 	}
 	var b strings.Builder
 	b.WriteString("sudo env")
-	for _, k := range sortedKeys(env) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		if !envKey.MatchString(k) {
 			continue
 		}

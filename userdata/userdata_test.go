@@ -92,7 +92,7 @@ func TestHostFilesAreExactlyWhatIsCopied(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{".env", "compose.build.yaml", "compose.yaml", "nginx/http.conf", "nginx/https.conf",
-		"scripts/enable-tls.sh", "scripts/obtain-cert.sh", "scripts/start-stack.sh", "scripts/wait-dns.sh"}
+		"scripts/cert-days-left.sh", "scripts/enable-tls.sh", "scripts/obtain-cert.sh", "scripts/start-stack.sh", "scripts/wait-dns.sh"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("HostFiles keys = %v, want %v", got, want)
 	}
@@ -230,8 +230,9 @@ func TestStepEnvAndRemoteCommand(t *testing.T) {
 			`sudo env API_DOMAIN='api.melody-flow.click' APP_DIR='/opt/melody-flow' EXPECTED_IP='203.0.113.10' NAMESERVERS='ns-1.awsdns-01.org ns-2.awsdns-02.co.uk' bash '/opt/melody-flow/scripts/wait-dns.sh'`},
 		{userdata.StepObtainCert, with("ACME_EMAIL", "ops@melody-flow.click", "ACME_STAGING", "1"),
 			`sudo env ACME_EMAIL='ops@melody-flow.click' ACME_STAGING='1' API_DOMAIN='api.melody-flow.click' APP_DIR='/opt/melody-flow' bash '/opt/melody-flow/scripts/obtain-cert.sh'`},
-		{userdata.StepEnableTLS, with("HEALTH_PATH", "/docs"),
-			`sudo env API_DOMAIN='api.melody-flow.click' APP_DIR='/opt/melody-flow' HEALTH_PATH='/docs' bash '/opt/melody-flow/scripts/enable-tls.sh'`},
+		// Staging certificates are untrusted: enable-tls is told so.
+		{userdata.StepEnableTLS, with("HEALTH_PATH", "/docs", "ACME_STAGING", "1"),
+			`sudo env ACME_STAGING='1' API_DOMAIN='api.melody-flow.click' APP_DIR='/opt/melody-flow' HEALTH_PATH='/docs' bash '/opt/melody-flow/scripts/enable-tls.sh'`},
 	}
 	for _, tt := range tests {
 		env := userdata.StepEnv(tt.step, bp)
@@ -246,6 +247,9 @@ func TestStepEnvAndRemoteCommand(t *testing.T) {
 	env := userdata.StepEnv(userdata.StepObtainCert, bp)
 	if env["ACME_STAGING"] != "0" || env["ACME_SERVER"] != "https://127.0.0.1:14000/dir" {
 		t.Errorf("StepEnv(obtain-cert) without staging, with a server: %v", env)
+	}
+	if env := userdata.StepEnv(userdata.StepEnableTLS, bp); env["ACME_STAGING"] != "" {
+		t.Errorf("StepEnv(enable-tls) without staging: %v", env)
 	}
 }
 

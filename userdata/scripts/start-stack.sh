@@ -49,18 +49,24 @@ fi
 # shellcheck disable=SC2086 # COMPOSE is a command line: splitting is intended.
 $COMPOSE up -d --remove-orphans || die "'$COMPOSE up -d --remove-orphans' failed in $APP_DIR"
 
-# "up" does not notice a changed bind-mounted file: when nginx was already
-# running, validate and reload so the new config takes effect.
-if ((changed)); then
-	# shellcheck disable=SC2086
-	if ! $COMPOSE exec -T nginx nginx -t; then
-		if [[ -f $backup ]]; then
-			cp -p "$backup" "$active"
-			die "nginx rejected $APP_DIR/$src; restored the previous configuration, nginx keeps serving it"
-		fi
-		die "nginx rejected $APP_DIR/$src"
+# Reload nginx after every "up": it does not notice a changed bind-mounted
+# file, and it resolves "api" only when it loads its configuration, so an API
+# container recreated by "up" (new image, new address) would otherwise get
+# 502s until the next periodic reload. A just-started nginx may need a moment.
+# shellcheck disable=SC2086
+if ! $COMPOSE exec -T nginx nginx -t; then
+	if ((changed)) && [[ -f $backup ]]; then
+		cp -p "$backup" "$active"
+		die "nginx rejected $APP_DIR/$src; restored the previous configuration, nginx keeps serving it"
 	fi
-	# shellcheck disable=SC2086
-	$COMPOSE exec -T nginx nginx -s reload || die "could not reload nginx"
+	die "nginx rejected $APP_DIR/$src"
 fi
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+	# shellcheck disable=SC2086
+	if $COMPOSE exec -T nginx nginx -s reload; then
+		break
+	fi
+	((attempt < 10)) || die "could not reload nginx"
+	sleep 1
+done
 log "stack is up ($src active)"
