@@ -256,3 +256,35 @@ func TestConfigKeysAreDeclaredAndDocumented(t *testing.T) {
 		}
 	}
 }
+
+// README.ja.md is kept in step with README.md: the same sections, tables and commands.
+func TestJapaneseREADMEIsInStep(t *testing.T) {
+	shape := func(name string) (headings, rows int, code []string) {
+		text, err := os.ReadFile(projectRoot(t) + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inCode, diagram := false, false
+		for _, line := range strings.Split(string(text), "\n") {
+			switch {
+			case strings.HasPrefix(line, "```"):
+				inCode, diagram = !inCode, line == "```mermaid"
+			case inCode && !diagram: // the diagram's labels are translated
+				code = append(code, line)
+			case strings.HasPrefix(line, "## "), strings.HasPrefix(line, "### "):
+				headings++
+			case strings.HasPrefix(line, "|"):
+				rows++
+			}
+		}
+		return headings, rows, code
+	}
+	enHeadings, enRows, enCode := shape("README.md")
+	jaHeadings, jaRows, jaCode := shape("README.ja.md")
+	if enHeadings != jaHeadings || enRows != jaRows {
+		t.Errorf("README.md has %d headings and %d table rows, README.ja.md %d and %d", enHeadings, enRows, jaHeadings, jaRows)
+	}
+	if len(enCode) == 0 || strings.Join(enCode, "\n") != strings.Join(jaCode, "\n") {
+		t.Error("the commands and code blocks of README.md and README.ja.md differ")
+	}
+}
