@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/melody-flow/infra/internal/pebbletest"
 	"github.com/melody-flow/infra/internal/testtool"
 	"github.com/melody-flow/infra/nginx"
 	"github.com/melody-flow/infra/userdata"
@@ -27,8 +28,6 @@ import (
 const (
 	domain      = "api.melody-flow.test"
 	pebbleDir   = "https://127.0.0.1:14000/dir"
-	pebbleMgmt  = "https://127.0.0.1:15000"
-	dnsAddr     = "127.0.0.1:8053"
 	apiAddr     = "127.0.0.1:8000"
 	refusingDir = "https://127.0.0.1:14500/dir"
 )
@@ -57,7 +56,7 @@ func need(t *testing.T) {
 	if netnsProblem != "" {
 		testtool.Unavailable(t, "%s", netnsProblem)
 	}
-	testtool.Need(t, "nginx", "certbot", "pebble", "pebble-challtestsrv", "dig", "openssl", "curl", "bash")
+	testtool.Need(t, "nginx", "certbot", "pebble", "pebble-challtestsrv", "dig", "curl", "bash")
 }
 
 func newHost(t *testing.T) *host {
@@ -184,72 +183,24 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() error) 
 	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 }
 
-func (h *host) openssl(args ...string) {
-	h.t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = filepath.Join(h.dir, "pebble")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		h.t.Fatalf("openssl %v: %v\n%s", args, err, out)
-	}
-}
-
-// startPebble starts pebble-challtestsrv (DNS: every A query answers
-// 127.0.0.1) and pebble with its own listener certificate, HTTP-01 on port 80,
-// real validation and no authorization reuse; then fetches the issuing root.
+// startPebble starts the local ACME server (internal/pebbletest) and keeps what the steps and
+// the assertions need: its listener CA for certbot, its issuing root for curl and our clients.
 func (h *host) startPebble() {
 	t := h.t
 	pd := filepath.Join(h.dir, "pebble")
-	h.openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=melody-flow e2e pebble listener CA")
-	h.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", "key.pem", "-out", "csr.pem", "-subj", "/CN=localhost")
-	h.must(os.WriteFile(filepath.Join(pd, "san.ext"), []byte("subjectAltName=DNS:localhost,IP:127.0.0.1\n"), 0o644))
-	h.openssl("x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-		"-out", "cert.pem", "-days", "1", "-extfile", "san.ext")
-	h.listenerCA = filepath.Join(pd, "ca.pem")
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
-		"certificate": filepath.Join(pd, "cert.pem"), "privateKey": filepath.Join(pd, "key.pem"),
-		"httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false,
-	}}
-	b, _ := json.Marshal(cfg)
-	h.must(os.WriteFile(filepath.Join(pd, "pebble.json"), b, 0o644))
-
-	h.start("challtestsrv", nil, "pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-		"-dns01", dnsAddr, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", "127.0.0.1:8055")
-	h.start("pebble", []string{"PEBBLE_VA_ALWAYS_VALID=0", "PEBBLE_AUTHZREUSE=0", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
-		"pebble", "-config", filepath.Join(pd, "pebble.json"), "-dnsserver", dnsAddr)
-
-	pool := x509.NewCertPool()
-	caPEM, err := os.ReadFile(h.listenerCA)
+	acme, err := pebbletest.Start(t, pd, "127.0.0.1")
 	h.must(err)
-	pool.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	var root []byte
-	waitFor(t, "pebble's directory and issuing root", 15*time.Second, func() error {
-		for _, u := range []string{pebbleDir, pebbleMgmt + "/roots/0"} {
-			resp, err := c.Get(u)
-			if err != nil {
-				return err
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("%s: %s", u, resp.Status)
-			}
-			root = body
-		}
-		return nil
-	})
+	h.pids = append(h.pids, acme.PIDs()...)
+	h.listenerCA = acme.ListenerCAFile
+	root, err := acme.IssuingRoot()
+	h.must(err)
 	h.issuerRoot = filepath.Join(pd, "issuer-root.pem")
 	h.must(os.WriteFile(h.issuerRoot, root, 0o644))
 	h.roots = x509.NewCertPool()
-	if !h.roots.AppendCertsFromPEM(root) {
-		t.Fatalf("pebble's /roots/0 is not PEM:\n%s", root)
-	}
+	h.roots.AppendCertsFromPEM(root)
 	// A second "ACME server" that refuses everyone, with pebble's listener
 	// certificate, for the failure path.
-	cert, err := tls.LoadX509KeyPair(filepath.Join(pd, "cert.pem"), filepath.Join(pd, "key.pem"))
+	cert, err := tls.LoadX509KeyPair(acme.CertFile, acme.KeyFile)
 	h.must(err)
 	ln, err := tls.Listen("tcp", "127.0.0.1:14500", &tls.Config{Certificates: []tls.Certificate{cert}})
 	h.must(err)

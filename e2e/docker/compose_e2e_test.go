@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/melody-flow/infra/internal/pebbletest"
 	"github.com/melody-flow/infra/nginx"
 	"github.com/melody-flow/infra/userdata"
 )
@@ -92,26 +93,23 @@ func TestComposeStack(t *testing.T) {
 		return nil
 	})
 
-	var acme *acmeServer
+	// pebble's ACME API on hostAddr, reachable from the certbot container; its DNS server answers
+	// 127.0.0.1 for every name, so HTTP-01 validation reaches nginx's published port 80.
+	var acme *pebbletest.Server
 	ph.run("pebble + pebble-challtestsrv start", func() error {
 		var err error
-		acme, err = startACME(t, tmp)
+		acme, err = pebbletest.Start(t, filepath.Join(tmp, "pebble"), hostAddr)
 		return err
 	})
 	issuingRoot := filepath.Join(tmp, "pebble", "issuing-root.pem")
-	var roots *x509.CertPool
+	roots := x509.NewCertPool()
 	ph.run("fetch pebble's issuing root", func() error {
-		var err error
-		if roots, err = acme.roots(); err != nil {
-			return err
-		}
-		resp, err := acme.client().Get("https://127.0.0.1:15000/roots/0")
+		root, err := acme.IssuingRoot()
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return os.WriteFile(issuingRoot, b, 0o644)
+		roots.AppendCertsFromPEM(root)
+		return os.WriteFile(issuingRoot, root, 0o644)
 	})
 
 	s := &stack{t: t, d: d, appDir: filepath.Join(tmp, "opt", "melody-flow"), shimDir: filepath.Join(tmp, "shim")}
@@ -151,13 +149,13 @@ func TestComposeStack(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if issued := acme.issued(); len(issued) != 1 || onDisk.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		if issued := acme.Issued(); len(issued) != 1 || onDisk.SerialNumber.Cmp(first.SerialNumber) != 0 {
 			return fmt.Errorf("pebble issued %v, live/ holds serial %s, nginx serves %s: want one certificate, the same everywhere",
 				issued, onDisk.SerialNumber.Text(16), first.SerialNumber.Text(16))
 		}
 		// pebble really validated HTTP-01 against nginx (PEBBLE_VA_ALWAYS_VALID=0), and nginx
 		// served that very token from the webroot certbot wrote into.
-		peb, _ := os.ReadFile(acme.pebble.log)
+		peb, _ := os.ReadFile(acme.Log)
 		m := regexp.MustCompile(`Attempting to validate w/ HTTP: http://` + regexp.QuoteMeta(apiDomain) +
 			`(?::80)?/\.well-known/acme-challenge/([A-Za-z0-9_-]+)`).FindSubmatch(peb)
 		if m == nil {
@@ -193,7 +191,7 @@ func TestComposeStack(t *testing.T) {
 	})
 
 	ph.run("second run of steps 3-6 (must not issue a new certificate)", func() error {
-		issuedBefore := acme.issued()
+		issuedBefore := acme.Issued()
 		for _, step := range userdata.Steps {
 			if err := s.runStep(ctx, step); err != nil {
 				return err
@@ -201,7 +199,7 @@ func TestComposeStack(t *testing.T) {
 		}
 		// Checked where certbot writes and where pebble issues, not only on what nginx serves
 		// (its reload is asynchronous: a new certificate could show up a moment later).
-		if n := acme.issued(); len(n) != len(issuedBefore) {
+		if n := acme.Issued(); len(n) != len(issuedBefore) {
 			return fmt.Errorf("the second run made pebble issue %d new certificate(s): %v", len(n)-len(issuedBefore), n[len(issuedBefore):])
 		}
 		onDisk, err := s.liveCert()
@@ -216,14 +214,14 @@ func TestComposeStack(t *testing.T) {
 
 	var renewed *x509.Certificate
 	ph.run("renewal: certbot renew in the certbot service, nginx reload", func() error {
-		issuedBefore := acme.issued()
+		issuedBefore := acme.Issued()
 		// What the certbot service's loop runs, forced (the certificate is not due) and pointed
 		// at pebble explicitly; then what nginx's reload loop does.
 		if _, err := s.composeRun(ctx, "run", "--rm", "certbot", "renew", "--webroot", "-w", "/var/www/certbot",
-			"--no-random-sleep-on-renew", "--force-renewal", "--server", acme.directory()); err != nil {
+			"--no-random-sleep-on-renew", "--force-renewal", "--server", acme.Directory); err != nil {
 			return err
 		}
-		if n := acme.issued(); len(n) != len(issuedBefore)+1 {
+		if n := acme.Issued(); len(n) != len(issuedBefore)+1 {
 			return fmt.Errorf("pebble issued %d certificate(s) for one forced renewal: %v", len(n)-len(issuedBefore), n[len(issuedBefore):])
 		}
 		var err error
@@ -351,7 +349,7 @@ func purge(ctx context.Context, d *dockerd) error {
 	return err
 }
 
-func (s *stack) writeHostFiles(tmp string, acme *acmeServer, images map[string]string, issuingRoot string) error {
+func (s *stack) writeHostFiles(tmp string, acme *pebbletest.Server, images map[string]string, issuingRoot string) error {
 	np := nginx.Params{APIDomain: apiDomain, Upstream: "api:8000", Webroot: "/var/www/certbot", LetsEncryptDir: "/etc/letsencrypt"}
 	httpConf, err := nginx.RenderHTTP(np)
 	if err != nil {
@@ -402,7 +400,7 @@ services:
       - %s:/e2e/pebble-listener-ca.pem:ro
       # certbot's debug logs, kept for the failure report.
       - %s:/var/log/letsencrypt
-`, filepath.Join(acme.dir, "ca.pem"), s.certbotLogs)
+`, acme.ListenerCAFile, s.certbotLogs)
 	if err := os.WriteFile(override, []byte(overrideYAML), 0o644); err != nil {
 		return err
 	}
@@ -427,7 +425,7 @@ services:
 		ExpectedIP:  "127.0.0.1",
 		NameServers: []string{"127.0.0.1"},
 		ACMEEmail:   "ops@melody-flow.test",
-		ACMEServer:  acme.directory(),
+		ACMEServer:  acme.Directory,
 		HealthPath:  healthPath,
 	}
 	s.extra = map[string]string{
@@ -692,7 +690,7 @@ func checkRedirect(client *http.Client) error {
 }
 
 // dumpLogs prints what helps to understand a failure.
-func (s *stack) dumpLogs(ctx context.Context, acme *acmeServer) {
+func (s *stack) dumpLogs(ctx context.Context, acme *pebbletest.Server) {
 	if out, err := s.composeRun(ctx, "ps"); err == nil {
 		s.t.Logf("compose ps:\n%s", out)
 	}
@@ -700,7 +698,7 @@ func (s *stack) dumpLogs(ctx context.Context, acme *acmeServer) {
 		s.t.Logf("compose logs:\n%s", out)
 	}
 	if acme != nil {
-		s.t.Logf("pebble log:\n%s", tailFile(acme.pebble.log, 30))
+		s.t.Logf("pebble log:\n%s", tailFile(acme.Log, 30))
 	}
 	s.t.Logf("dockerd log (%s):\n%s", s.d.logPath, tailFile(s.d.logPath, 30))
 	if s.certbotLogs != "" {

@@ -4,24 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -365,160 +356,6 @@ func unixClient(sock string) *http.Client {
 			return dl.DialContext(ctx, "unix", sock)
 		}},
 	}
-}
-
-// ---------------------------------------------------------------------------------------------
-// pebble
-
-// acmeServer is pebble (ACME API on hostAddr:14000, reachable from the certbot container) with
-// pebble-challtestsrv as its DNS server, which answers 127.0.0.1 for every name: pebble's
-// HTTP-01 validation connects to api.<domain>:80, which is nginx's published port.
-type acmeServer struct {
-	dir        string
-	listenerCA []byte // PEM; certbot trusts it through REQUESTS_CA_BUNDLE
-	pebble     *process
-}
-
-func (a *acmeServer) directory() string { return "https://" + hostAddr + ":14000/dir" }
-
-func startACME(t *testing.T, tmp string) (*acmeServer, error) {
-	t.Helper()
-	dir := filepath.Join(tmp, "pebble")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	caPEM, certPEM, keyPEM, err := listenerCert([]string{"localhost", "pebble"}, []net.IP{net.ParseIP(hostAddr), net.ParseIP("127.0.0.1")})
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			return nil, err
-		}
-	}
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  hostAddr + ":14000",
-		"managementListenAddress":        "127.0.0.1:15000",
-		"certificate":                    filepath.Join(dir, "cert.pem"),
-		"privateKey":                     filepath.Join(dir, "key.pem"),
-		"httpPort":                       80,
-		"tlsPort":                        5001,
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
-	}}
-	cfgJSON, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "pebble.json"), cfgJSON, 0o644); err != nil {
-		return nil, err
-	}
-	base := []string{"PATH=" + os.Getenv("PATH")}
-	chall := startProcess(t, dir, "challtestsrv", base, "pebble-challtestsrv",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", "127.0.0.1:8053",
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-management", "127.0.0.1:8055")
-	peb := startProcess(t, dir, "pebble", append(base,
-		"PEBBLE_VA_ALWAYS_VALID=0", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"),
-		"pebble", "-config", filepath.Join(dir, "pebble.json"), "-dnsserver", "127.0.0.1:8053")
-	a := &acmeServer{dir: dir, listenerCA: caPEM, pebble: peb}
-	client := a.client()
-	err = eventually(30*time.Second, 100*time.Millisecond, func() error {
-		if !peb.running() || !chall.running() {
-			return errors.New("pebble or pebble-challtestsrv exited")
-		}
-		resp, err := client.Get(a.directory())
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pebble not ready: %w\n--- pebble:\n%s\n--- challtestsrv:\n%s",
-			err, tailFile(peb.log, 20), tailFile(chall.log, 20))
-	}
-	return a, nil
-}
-
-// issued lists the serials pebble has issued so far (from its log).
-func (a *acmeServer) issued() []string {
-	b, _ := os.ReadFile(a.pebble.log)
-	var serials []string
-	for _, m := range issuedRE.FindAllSubmatch(b, -1) {
-		serials = append(serials, string(m[1]))
-	}
-	return serials
-}
-
-var issuedRE = regexp.MustCompile(`Issued certificate serial ([0-9a-f]+)`)
-
-func (a *acmeServer) client() *http.Client {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(a.listenerCA)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
-
-// roots is the pool of pebble's issuing roots (new on every pebble start).
-func (a *acmeServer) roots() (*x509.CertPool, error) {
-	resp, err := a.client().Get("https://127.0.0.1:15000/roots/0")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("no PEM root in pebble's /roots/0: %q", b)
-	}
-	return pool, nil
-}
-
-// listenerCert makes a throw-away CA and a server certificate for pebble's listener.
-func listenerCert(names []string, ips []net.IP) (caPEM, certPEM, keyPEM []byte, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "melody-flow docker e2e listener CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		IPAddresses:  ips,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // ---------------------------------------------------------------------------------------------
